@@ -1,0 +1,58 @@
+"""The click endpoint: `POST /`."""
+
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+from validation import parse_click
+
+blueprint = Blueprint("api", __name__)
+
+def read_json_body():
+    """Return the decoded JSON body, or raise a 4xx error that says what is accepted."""
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "The body must be JSON sent with Content-Type: application/json, "
+            f"got {request.content_type or 'no Content-Type'!r}."
+        )
+    body = request.get_data(cache=True)
+    if not body.strip():
+        raise BadRequest("The body is empty: send a JSON object with device_id, ip and transaction_id.")
+    try:
+        return request.get_json()
+    except BadRequest:
+        raise BadRequest("The body is not valid JSON: send a JSON object.") from None
+
+
+def wants_plain_text():
+    """Return True when the client prefers the bare fraud_type, as the original answered."""
+    return request.accept_mimetypes.best_match(["application/json", "text/plain"]) == "text/plain"
+
+
+@blueprint.post("/")
+def check_click():
+    """Check one click and answer with its verdict."""
+    service = current_app.extensions["fraud_detector"]
+    payload = read_json_body()
+    click = parse_click(payload, int(time.time() * 1000), service.settings.trust_client_ts)
+
+    verdict = service.checker.check(click)
+
+    if wants_plain_text():
+        return verdict.fraud_type, 200, {"Content-Type": "text/plain; charset=utf-8"}
+    return jsonify({
+        **click.extra,
+        "device_id": click.device_id,
+        "ip": click.ip,
+        "transaction_id": click.transaction_id,
+        "ts": click.ts,
+        "status": verdict.status,
+        "fraud_type": verdict.fraud_type,
+        "evidence": {
+            "clicks_in_window": verdict.clicks_in_window,
+            "threshold": service.settings.click_spam_threshold,
+            "window_sec": service.settings.click_spam_window_sec,
+        },
+        "stream_id": verdict.entry_id,
+    })

@@ -1,0 +1,54 @@
+"""Names and defaults of the service, each with its unit.
+
+Other modules import these names; nothing here reads the environment.
+"""
+
+# Key names fixed by the original RedisGears + RedisBloom design.
+FILTER_KEY = "ip_cf"
+STREAM_KEY = "data_stream"
+
+# Every other key of the service starts with this prefix. The hash tag puts
+# the keys in the Redis Cluster slot of `ip_cf`, which the check script needs.
+KEY_PREFIX = "fraud:{ip_cf}:"
+
+CONSUMER_GROUP = "fraud-consumers"
+SERIES_LABEL_SERVICE = "fraud-detector"
+
+CLEAN = "clean"
+IP_BLACKLIST = "ip_blacklist"
+CLICK_SPAM = "click_spam"
+FRAUD_TYPES = (CLEAN, IP_BLACKLIST, CLICK_SPAM)
+
+# Click-spam check.
+CLICK_SPAM_THRESHOLD = 2  # clicks already seen in the window
+CLICK_SPAM_WINDOW_IN_SEC = 10  # seconds
+
+# Input limits.
+MAX_CONTENT_LENGTH = 16 * 1024  # bytes of one request body
+MAX_ID_LENGTH = 256  # characters of device_id and transaction_id
+MAX_EXTRA_FIELDS = 20  # extra scalar fields carried to the stream
+MAX_FIELD_NAME_LENGTH = 64  # characters
+MAX_FIELD_VALUE_LENGTH = 256  # characters, after conversion to a string
+
+# Stream.
+STREAM_MAXLEN = 1_000_000  # entries, approximate (XADD MAXLEN ~)
+
+# Time series.
+TIMESERIES_RETENTION_MS = 7 * 24 * 3600 * 1000  # 7 days
+
+# Cuckoo filter created at start-up when `ip_cf` is missing.
+FILTER_CAPACITY = 1_000_000  # items
+FILTER_BUCKET_SIZE = 2  # items per bucket
+FILTER_EXPANSION = 1  # size factor of each added sub-filter
+
+# Redis client.
+REDIS_TIMEOUT_SEC = 1.0  # connect and socket timeout on the request path
+
+# Built-in stream consumer.
+CONSUMER_BATCH_SIZE = 500  # entries per XREADGROUP
+CONSUMER_BLOCK_MS = 1000  # XREADGROUP BLOCK
+CONSUMER_CLAIM_IDLE_MS = 30_000  # pending entries older than this are reclaimed
+CONSUMER_MAX_BACKOFF_SEC = 5.0  # cap of the retry delay when Redis is down
+
+# Development server.
+PORT = 5000

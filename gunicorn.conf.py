@@ -1,0 +1,38 @@
+"""Production gunicorn settings: `gunicorn -c gunicorn.conf.py app:app`.
+
+Every value can be overridden by the usual GUNICORN_CMD_ARGS or command-line
+flags. With no Redis configured, the master process starts the embedded
+server and its consumer, and every worker connects to it.
+"""
+
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", 4))
+keepalive = 5  # seconds an idle keep-alive connection stays open
+timeout = 30  # seconds before a silent worker is restarted
+graceful_timeout = 10
+accesslog = None  # one access line per click would dominate the log
+errorlog = "-"
+
+_embedded_service = None
+
+
+def on_starting(server):
+    """Start the embedded Redis in the master when no Redis is configured."""
+    global _embedded_service
+    if os.environ.get("REDIS_URL") or os.environ.get("REDIS_HOST"):
+        return
+    from app import create_app
+
+    application = create_app()
+    _embedded_service = application.extensions["fraud_detector"]
+    os.environ["REDIS_URL"] = _embedded_service.embedded.url
+
+
+def on_exit(server):
+    if _embedded_service is not None:
+        _embedded_service.close()

@@ -1,0 +1,70 @@
+-- Apply a batch of stream entries and acknowledge them, atomically.
+--
+-- KEYS[1]       stream of checked events (data_stream)
+-- KEYS[2..4]    event series of clean, ip_blacklist and click_spam
+-- KEYS[5..]     device window of each entry, in the order of the entries
+-- ARGV[1]       consumer group
+-- ARGV[2]       click-spam window in ms
+-- ARGV[3]       retention of a new event series in ms
+-- ARGV[4]       value of the `service` label of a new event series
+-- ARGV[5..]     id, ts, fraud_type of each entry
+--
+-- Each entry is acknowledged first and applied only when XACK returns 1, so
+-- an entry that another consumer already applied and acknowledged is never
+-- counted twice, and a crash leaves either both or neither.
+-- Writes: device windows (member = entry id, score = ts) and one sample per
+-- fraud type with the number of entries counted.
+-- Returns {entries applied, entries already acknowledged, entries with an
+-- unknown fraud_type (acknowledged, not counted)}.
+
+local stream = KEYS[1]
+local group = ARGV[1]
+local window_ms = tonumber(ARGV[2])
+local series = {clean = KEYS[2], ip_blacklist = KEYS[3], click_spam = KEYS[4]}
+local counts = {clean = 0, ip_blacklist = 0, click_spam = 0}
+local applied, acknowledged_before, unknown = 0, 0, 0
+
+local entry_count = (#ARGV - 4) / 3
+for i = 1, entry_count do
+    local id = ARGV[2 + i * 3]
+    local ts = tonumber(ARGV[3 + i * 3])
+    local fraud_type = ARGV[4 + i * 3]
+    local window = KEYS[4 + i]
+
+    if redis.call('XACK', stream, group, id) == 0 then
+        acknowledged_before = acknowledged_before + 1
+    elseif counts[fraud_type] == nil or ts == nil then
+        unknown = unknown + 1
+    else
+        redis.call('ZADD', window, ts, id)
+        local newest = redis.call('ZRANGE', window, -1, -1, 'WITHSCORES')[2]
+        redis.call('ZREMRANGEBYSCORE', window, '-inf',
+                   string.format('(%d', tonumber(newest) - window_ms))
+        if redis.call('PTTL', window) < 0 then
+            redis.call('PEXPIRE', window, window_ms)
+        end
+        counts[fraud_type] = counts[fraud_type] + 1
+        applied = applied + 1
+    end
+end
+
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for fraud_type, count in pairs(counts) do
+    if count > 0 then
+        local key = series[fraud_type]
+        if redis.call('EXISTS', key) == 0 then
+            redis.call('TS.CREATE', key, 'RETENTION', ARGV[3],
+                       'LABELS', 'service', ARGV[4], 'fraud_type', fraud_type)
+        end
+        -- Never two samples at one timestamp, so no duplicate policy is needed.
+        local sample_ts = now_ms
+        local last = redis.call('TS.GET', key)
+        if last[1] ~= nil and tonumber(last[1]) >= sample_ts then
+            sample_ts = tonumber(last[1]) + 1
+        end
+        redis.call('TS.ADD', key, sample_ts, count)
+    end
+end
+
+return {applied, acknowledged_before, unknown}
