@@ -30,7 +30,7 @@ class Verdict:
 
 
 class ClickChecker:
-    """Runs `lua/check_click.lua` for clicks.
+    """Runs `lua/check_click.lua` for one click or a batch of clicks.
 
     Args:
         client: a redis-py client with decode_responses=True.
@@ -46,32 +46,42 @@ class ClickChecker:
         budget_ms = self.settings.redis_timeout_sec * 1000 * DEADLINE_SHARE
         return int(time.time() * 1000 + budget_ms)
 
-    def script_args(self, click, deadline_ms):
+    def script_args(self, clicks, deadline_ms):
         settings = self.settings
-        script_keys = [constants.FILTER_KEY, keys.device_window(click.device_id), settings.stream_key]
+        script_keys = [constants.FILTER_KEY, settings.stream_key]
         args = [
             deadline_ms,
-            click.ip,
-            click.ts,
             settings.window_ms,
             settings.click_spam_threshold,
             settings.stream_maxlen,
-            *click.stream_fields(),
         ]
+        for click in clicks:
+            script_keys.append(keys.device_window(click.device_id))
+            fields = click.stream_fields()
+            args += [click.ip, click.ts, len(fields) // 2, *fields]
         return script_keys, args
 
-    def check(self, click):
-        """Check one click, record it and return its `Verdict`.
+    def check_many(self, clicks):
+        """Check clicks in order in one script call and return their `Verdict`s.
 
         Raises:
             RequestExpired: Redis started the script after the deadline.
             redis.ConnectionError, redis.TimeoutError: Redis is unreachable.
         """
-        script_keys, args = self.script_args(click, self.deadline_ms())
+        if not clicks:
+            return []
+        script_keys, args = self.script_args(clicks, self.deadline_ms())
         try:
-            entry_id, fraud_type, clicks = self.script(keys=script_keys, args=args)
+            reply = self.script(keys=script_keys, args=args)
         except redis.ResponseError as error:
             if str(error).startswith("EXPIRED"):
                 raise RequestExpired(str(error)) from error
             raise
-        return Verdict(fraud_type, int(clicks), entry_id)
+        return [
+            Verdict(reply[i + 1], int(reply[i + 2]), reply[i])
+            for i in range(0, len(reply), 3)
+        ]
+
+    def check(self, click):
+        """Check one click, record it and return its `Verdict`."""
+        return self.check_many([click])[0]
