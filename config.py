@@ -5,6 +5,7 @@ says what is accepted, so start-up stops with a clear message.
 """
 
 import dataclasses
+import math
 import os
 from urllib.parse import urlsplit
 
@@ -69,8 +70,10 @@ def _number(env, name, default, minimum_exclusive=0.0):
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value > minimum_exclusive:
-        raise ConfigError(f"{name} must be greater than {minimum_exclusive:g}, got {raw!r}")
+    if not math.isfinite(value) or not value > minimum_exclusive:
+        raise ConfigError(
+            f"{name} must be a finite number greater than {minimum_exclusive:g}, got {raw!r}"
+        )
     return value
 
 

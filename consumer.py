@@ -96,8 +96,7 @@ class StreamWorker:
                 )
             entries = [(entry_id, fields) for entry_id, fields in entries if fields]
             if entries:
-                self.apply(entries)
-                claimed += len(entries)
+                claimed += self.apply(entries)[0]
             if start == "0-0":
                 break
         if claimed:
@@ -109,10 +108,14 @@ class StreamWorker:
         self.client.zadd(keys.consumer_heartbeats(), {self.name: now_ms})
 
     def process_once(self, block_ms=None):
-        """Run one round: heartbeat, reclaim if due, read and apply one batch."""
+        """Run one round: heartbeat, reclaim if due, read and apply one batch.
+
+        Returns the number of entries applied, reclaimed ones included.
+        """
         self.heartbeat()
+        claimed = 0
         if time.monotonic() >= self.next_claim:
-            self.claim_stale()
+            claimed = self.claim_stale()
             self.next_claim = time.monotonic() + CLAIM_INTERVAL_SEC
 
         block_ms = self.settings.consumer_block_ms if block_ms is None else block_ms
@@ -124,7 +127,7 @@ class StreamWorker:
             block=block_ms or None,
         )
         entries = reply[0][1] if reply else []
-        return self.apply(entries)[0]
+        return claimed + self.apply(entries)[0]
 
     def drain(self, max_rounds=1000):
         """Apply everything readable now; return the number of entries applied."""

@@ -59,8 +59,9 @@ for fraud_type, count in pairs(counts) do
         end
         -- Never two samples at one timestamp, so no duplicate policy is needed.
         local sample_ts = now_ms
+        -- An empty series answers an empty array (false under fakeredis).
         local last = redis.call('TS.GET', key)
-        if last[1] ~= nil and tonumber(last[1]) >= sample_ts then
+        if type(last) == 'table' and last[1] ~= nil and tonumber(last[1]) >= sample_ts then
             sample_ts = tonumber(last[1]) + 1
         end
         redis.call('TS.ADD', key, sample_ts, count)
