@@ -9,7 +9,8 @@ from validation import parse_click
 
 blueprint = Blueprint("api", __name__)
 
-def read_json_body():
+
+def read_json_body(expected="a JSON object with device_id, ip and transaction_id"):
     """Return the decoded JSON body, or raise a 4xx error that says what is accepted."""
     if not request.is_json:
         raise UnsupportedMediaType(
@@ -18,11 +19,11 @@ def read_json_body():
         )
     body = request.get_data(cache=True)
     if not body.strip():
-        raise BadRequest("The body is empty: send a JSON object with device_id, ip and transaction_id.")
+        raise BadRequest(f"The body is empty: send {expected}.")
     try:
         return request.get_json()
     except BadRequest:
-        raise BadRequest("The body is not valid JSON: send a JSON object.") from None
+        raise BadRequest(f"The body is not valid JSON: send {expected}.") from None
 
 
 def wants_plain_text():
@@ -41,7 +42,12 @@ def check_click():
 
     if wants_plain_text():
         return verdict.fraud_type, 200, {"Content-Type": "text/plain; charset=utf-8"}
-    return jsonify({
+    return jsonify(verdict_body(click, verdict, service.settings))
+
+
+def verdict_body(click, verdict, settings):
+    """Return the JSON answer for a checked click: the event, the verdict and its evidence."""
+    return {
         **click.extra,
         "device_id": click.device_id,
         "ip": click.ip,
@@ -51,8 +57,8 @@ def check_click():
         "fraud_type": verdict.fraud_type,
         "evidence": {
             "clicks_in_window": verdict.clicks_in_window,
-            "threshold": service.settings.click_spam_threshold,
-            "window_sec": service.settings.click_spam_window_sec,
+            "threshold": settings.click_spam_threshold,
+            "window_sec": settings.click_spam_window_sec,
         },
         "stream_id": verdict.entry_id,
-    })
+    }

@@ -11,6 +11,7 @@ import sys
 from flask import Flask
 
 import api
+import batch
 import constants
 import errors
 import health
@@ -51,6 +52,7 @@ def create_app(settings=None, client=None, start_consumer=None):
     app.extensions["fraud_detector"] = service
 
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(batch.blueprint)
     app.register_blueprint(health.blueprint)
     errors.register_error_handlers(app)
 

@@ -29,6 +29,8 @@ MAX_ID_LENGTH = 256  # characters of device_id and transaction_id
 MAX_EXTRA_FIELDS = 20  # extra scalar fields carried to the stream
 MAX_FIELD_NAME_LENGTH = 64  # characters
 MAX_FIELD_VALUE_LENGTH = 256  # characters, after conversion to a string
+MAX_BATCH_CLICKS = 1000  # clicks in one POST /batch
+MAX_BATCH_CONTENT_LENGTH = 2 * 1024 * 1024  # bytes of one POST /batch body
 
 # Stream.
 STREAM_MAXLEN = 1_000_000  # entries, approximate (XADD MAXLEN ~)
