@@ -5,6 +5,8 @@ unreachable or too slow and the caller may retry; nothing answers a bare 500.
 """
 
 import logging
+import threading
+import time
 
 import redis
 from flask import jsonify
@@ -17,6 +19,31 @@ from validation import InvalidField
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SEC = 1
+UNAVAILABLE_LOG_INTERVAL_SEC = 1.0  # at most one 503 log line per interval
+
+
+class RepeatCounter:
+    """Counts repeats of one log line so that an outage logs once per interval."""
+
+    def __init__(self, interval_sec):
+        self.interval_sec = interval_sec
+        self.lock = threading.Lock()
+        self.next_log = 0.0
+        self.suppressed = 0
+
+    def due(self):
+        """Return the number of repeats since the last line, or None when not due yet."""
+        with self.lock:
+            now = time.monotonic()
+            if now < self.next_log:
+                self.suppressed += 1
+                return None
+            self.next_log = now + self.interval_sec
+            repeats, self.suppressed = self.suppressed, 0
+            return repeats
+
+
+_unavailable_log = RepeatCounter(UNAVAILABLE_LOG_INTERVAL_SEC)
 
 
 def error_response(status, error, message, **extra):
@@ -35,7 +62,10 @@ def handle_http_error(error):
 
 
 def handle_redis_unavailable(error):
-    logger.warning("Redis unavailable, answering 503: %s", error)
+    repeats = _unavailable_log.due()
+    if repeats is not None:
+        logger.warning("Redis unavailable, answering 503: %s (%d more 503 answers not logged "
+                       "in the last %.0f s)", error, repeats, UNAVAILABLE_LOG_INTERVAL_SEC)
     response = error_response(
         503,
         "redis_unavailable",
