@@ -11,7 +11,7 @@ blueprint = Blueprint("api", __name__)
 
 
 def read_json_body(expected="a JSON object with device_id, ip and transaction_id"):
-    """Return the decoded JSON body, or raise a 4xx error that says what is accepted."""
+    """Return the decoded JSON body, or raise a 4xx error that names what is accepted."""
     if not request.is_json:
         raise UnsupportedMediaType(
             "The body must be JSON sent with Content-Type: application/json, "
@@ -27,13 +27,13 @@ def read_json_body(expected="a JSON object with device_id, ip and transaction_id
 
 
 def wants_plain_text():
-    """Return True when the client prefers the bare fraud_type, as the original answered."""
+    """Return True when the client prefers the bare fraud_type, the original response format."""
     return request.accept_mimetypes.best_match(["application/json", "text/plain"]) == "text/plain"
 
 
 @blueprint.post("/")
 def check_click():
-    """Check one click and answer with its verdict."""
+    """Check one click and respond with its verdict."""
     service = current_app.extensions["fraud_detector"]
     payload = read_json_body()
     click = parse_click(payload, int(time.time() * 1000), service.settings.trust_client_ts)
@@ -46,7 +46,7 @@ def check_click():
 
 
 def verdict_body(click, verdict, settings):
-    """Return the JSON answer for a checked click: the event, the verdict and its evidence."""
+    """Return the JSON response body for a checked click: the event, its verdict and the evidence."""
     return {
         **click.extra,
         "device_id": click.device_id,

@@ -16,7 +16,7 @@ EXPECTED = f"a JSON array of 1 to {constants.MAX_BATCH_CLICKS} click objects"
 
 @blueprint.post("/batch")
 def check_batch():
-    """Check a JSON array of clicks and answer with one result per click, in order.
+    """Check a JSON array of clicks and respond with one result per click, in order.
 
     An invalid click gets its own error entry and does not fail the others.
     The valid clicks are checked in order in one script call, so each gets

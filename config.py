@@ -1,7 +1,7 @@
 """Settings of the service, read once from the environment and validated.
 
-An invalid value raises `ConfigError`, whose message names the variable and
-says what is accepted, so start-up stops with a clear message.
+An invalid value raises `ConfigError`. Its message names the variable and the
+accepted values, so start-up stops with a clear message.
 """
 
 import dataclasses

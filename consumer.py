@@ -170,7 +170,7 @@ class StreamWorker:
         logger.info("Consumer %s stopped after applying %d entries", self.name, self.applied_total)
 
     def leave_group(self):
-        """Remove this consumer from the group when it holds no pending entries."""
+        """Remove this consumer from the group when it has no pending entries."""
         try:
             pending = self.client.xpending_range(
                 self.settings.stream_key, constants.CONSUMER_GROUP,

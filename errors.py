@@ -1,7 +1,8 @@
-"""JSON error answers of the HTTP API.
+"""JSON error responses of the HTTP API.
 
-4xx answers are the caller's fault and name what to fix; 503 means Redis is
-unreachable or too slow and the caller may retry; nothing answers a bare 500.
+A 4xx response means the caller sent bad input, and its message names what to
+fix. A 503 response means Redis is unreachable or too slow, and the caller
+may retry. No handler returns a bare 500 page.
 """
 
 import logging
@@ -64,7 +65,7 @@ def handle_http_error(error):
 def handle_redis_unavailable(error):
     repeats = _unavailable_log.due()
     if repeats is not None:
-        logger.warning("Redis unavailable, answering 503: %s (%d more 503 answers not logged "
+        logger.warning("Redis unavailable, responding 503: %s (%d more 503 responses not logged "
                        "in the last %.0f s)", error, repeats, UNAVAILABLE_LOG_INTERVAL_SEC)
     response = error_response(
         503,

@@ -17,7 +17,7 @@ timeout = 30  # seconds before a silent worker is restarted
 graceful_timeout = 10
 accesslog = None  # one access line per click would dominate the log
 errorlog = "-"
-# gunicorn 24 and newer open a control socket in the home folder; several
+# gunicorn 27 opens a control socket in the home folder by default. Several
 # instances on one host would share it, and the service does not use it.
 control_socket_disable = True
 
