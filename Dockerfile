@@ -5,6 +5,13 @@
 # the original service's run command (docs/deployment.md lists every variable):
 #   docker run -e REDIS_HOST=redis.example -e REDIS_PORT=6379
 #     -e CLICK_SPAM_THRESHOLD=3 -e CLICK_SPAM_WINDOW_IN_SEC=10 -p 5000:5000 IMAGE
+# uPlot, the chart library of /dashboard, comes from the npm registry at build
+# time; the app serves it from node_modules, never from a CDN.
+FROM node:20-bookworm-slim AS frontend
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,6 +32,7 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY . .
+COPY --from=frontend /build/node_modules/uplot/dist/ node_modules/uplot/dist/
 
 USER 10001:10001
 

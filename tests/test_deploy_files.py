@@ -334,7 +334,9 @@ def test_documented_defaults_match_settings():
         if not hasattr(defaults, field) or field == "redis_url":
             continue
         value = getattr(defaults, field)
-        if isinstance(value, bool):
+        if value is None:
+            assert cell == "none", f"{name}: documented {cell!r}, default None"
+        elif isinstance(value, bool):
             assert cell == str(value).lower(), f"{name}: documented {cell!r}, default {value!r}"
         elif isinstance(value, (int, float)):
             assert float(cell.replace(",", "")) == value, f"{name}: documented {cell!r}, default {value!r}"
@@ -645,9 +647,17 @@ def test_image_command_serves_run_contract(dockerfile, stack_server, stack_redis
 
 
 def test_dockerfile_uses_slim_python_3_11(dockerfile):
-    [base] = instructions(dockerfile, "FROM")
+    *build_stages, final = instructions(dockerfile, "FROM")
 
-    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-[a-z]+)?", base["value"]), base["value"]
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-[a-z]+)?", final["value"]), final["value"]
+    for stage in build_stages:
+        assert " AS " in stage["value"].upper(), stage["value"]
+
+
+def test_dockerfile_copies_chart_library(dockerfile):
+    copies = [i["value"] for i in instructions(dockerfile, "COPY")]
+
+    assert any("node_modules/uplot/dist/" in value and "--from=" in value for value in copies)
 
 
 def test_dockerfile_runs_as_non_root(dockerfile):
