@@ -13,6 +13,7 @@ import redis
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+import metrics
 from fraud_checks import RequestExpired
 from redis_conn import UNAVAILABLE_ERRORS
 from validation import InvalidField
@@ -63,6 +64,7 @@ def handle_http_error(error):
 
 
 def handle_redis_unavailable(error):
+    metrics.count_redis_error(error)
     repeats = _unavailable_log.due()
     if repeats is not None:
         logger.warning("Redis unavailable, responding 503: %s (%d more 503 responses not logged "
@@ -77,6 +79,7 @@ def handle_redis_unavailable(error):
 
 
 def handle_redis_error(error):
+    metrics.count_redis_error(error)
     logger.error("Redis returned an error: %s", error)
     return error_response(500, "redis_error", f"Redis returned an error: {error}")
 

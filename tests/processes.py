@@ -181,3 +181,25 @@ def wait_for_count(client, expected, limit_sec=15.0):
 def stream_transaction_ids(client, stream_key=constants.STREAM_KEY):
     """Return the transaction ids of every entry in the stream."""
     return {fields.get("transaction_id") for _, fields in client.xrange(stream_key)}
+
+
+# Variables of the test runner that would change what an embedded service does.
+RUNNER_VARIABLES = ("TRUST_CLIENT_TS", "CLICK_SPAM_THRESHOLD", "CLICK_SPAM_WINDOW_IN_SEC",
+                    "STREAM_CONSUMER", "PROMETHEUS_MULTIPROC_DIR")
+
+
+def start_embedded_gunicorn(log_path, **extra):
+    """Start gunicorn with two workers and the embedded Redis, and wait until it is healthy.
+
+    `extra` sets environment variables of the service. Returns (service,
+    port, redis_port), where redis_port is the port of the embedded server.
+    """
+    from tools.redis_stack import free_port
+
+    port, redis_port = free_port(), free_port()
+    settings = {"EMBEDDED_REDIS_PORT": redis_port, "CONSUMER_BLOCK_MS": 100, **extra}
+    service = ServiceProcess.gunicorn(port, log_path, **settings)
+    for name in RUNNER_VARIABLES:
+        if name not in extra:
+            service.env.pop(name, None)
+    return service.start(health_port=port), port, redis_port
