@@ -1,10 +1,9 @@
 """The click endpoint: `POST /`."""
 
-import time
-
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+import metrics
 from validation import parse_click
 
 blueprint = Blueprint("api", __name__)
@@ -36,9 +35,10 @@ def check_click():
     """Check one click and respond with its verdict."""
     service = current_app.extensions["fraud_detector"]
     payload = read_json_body()
-    click = parse_click(payload, int(time.time() * 1000), service.settings.trust_client_ts)
+    click = parse_click(payload, service.settings.trust_client_ts)
 
     verdict = service.checker.check(click)
+    metrics.count_verdicts([verdict])
 
     if wants_plain_text():
         return verdict.fraud_type, 200, {"Content-Type": "text/plain; charset=utf-8"}
@@ -52,13 +52,15 @@ def verdict_body(click, verdict, settings):
         "device_id": click.device_id,
         "ip": click.ip,
         "transaction_id": click.transaction_id,
-        "ts": click.ts,
+        "ts": verdict.ts,
         "status": verdict.status,
         "fraud_type": verdict.fraud_type,
         "evidence": {
             "clicks_in_window": verdict.clicks_in_window,
             "threshold": settings.click_spam_threshold,
             "window_sec": settings.click_spam_window_sec,
+            # Present only when a list matched the address (docs/blacklist.md).
+            **({"ip_match": verdict.ip_match} if verdict.ip_match else {}),
         },
         "stream_id": verdict.entry_id,
     }

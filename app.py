@@ -8,15 +8,19 @@ module connects to nothing: `app` is built on first access.
 import logging
 import sys
 
-from flask import Flask
+from flask import Flask, request
 
 import api
 import batch
 import constants
+import dashboard
 import errors
 import health
+import metrics
 from config import ConfigError, load_settings
 from embedded import EmbeddedRedis
+from ip_lists import admin_api as ip_lists_admin_api
+from ip_lists import cli as ip_lists_cli
 from logs import configure_logging
 from redis_conn import UNAVAILABLE_ERRORS, connect
 from service import FraudDetector
@@ -54,11 +58,20 @@ def create_app(settings=None, client=None, start_consumer=None):
     app.register_blueprint(api.blueprint)
     app.register_blueprint(batch.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(ip_lists_admin_api.blueprint)
+    app.cli.add_command(ip_lists_cli.blacklist_cli)
+    app.cli.add_command(ip_lists_cli.allowlist_cli)
+    app.register_blueprint(dashboard.blueprint)
     errors.register_error_handlers(app)
+    metrics.init_app(app)
 
     @app.before_request
     def prepare_redis():
-        service.prepare()
+        # Health checks, /metrics and the dashboard handle Redis errors themselves
+        # and need no set-up, so they keep answering while Redis is down.
+        if request.blueprint not in (health.blueprint.name, metrics.blueprint.name,
+                                     dashboard.blueprint.name):
+            service.prepare()
 
     try:
         service.prepare()

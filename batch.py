@@ -1,11 +1,10 @@
 """The batch endpoint: `POST /batch` checks many clicks in one Redis call."""
 
-import time
-
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 import constants
+import metrics
 from api import read_json_body, verdict_body
 from validation import InvalidField, json_type, parse_click
 
@@ -30,17 +29,18 @@ def check_batch():
     if not 1 <= len(payload) <= constants.MAX_BATCH_CLICKS:
         raise BadRequest(f"The batch has {len(payload)} clicks; send {EXPECTED}.")
 
-    now_ms = int(time.time() * 1000)
     results = [None] * len(payload)
     valid = []
     for index, item in enumerate(payload):
         try:
-            valid.append((index, parse_click(item, now_ms, service.settings.trust_client_ts)))
+            valid.append((index, parse_click(item, service.settings.trust_client_ts)))
         except InvalidField as error:
             results[index] = {"index": index, "error": "invalid_field", "field": error.field,
                               "message": error.message}
 
+    metrics.note_batch(len(valid), len(payload) - len(valid))
     verdicts = service.checker.check_many([click for _, click in valid])
+    metrics.count_verdicts(verdicts)
 
     for (index, click), verdict in zip(valid, verdicts):
         results[index] = verdict_body(click, verdict, service.settings)

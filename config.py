@@ -37,6 +37,9 @@ class Settings:
     port: int = constants.PORT
     log_format: str = "text"
     log_level: str = "INFO"
+    # Bearer token of the admin API, or None to disable the API. It is kept out
+    # of repr, so that logging the settings never logs the token.
+    admin_token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def window_ms(self):
@@ -126,6 +129,18 @@ def _redis_url(env):
     return f"redis://{host}:{port}/0"
 
 
+def _admin_token(env):
+    token = env.get("ADMIN_TOKEN", "").strip()
+    if not token:
+        return None
+    if len(token) < constants.ADMIN_TOKEN_MIN_LENGTH:
+        raise ConfigError(
+            f"ADMIN_TOKEN must be at least {constants.ADMIN_TOKEN_MIN_LENGTH} characters long, "
+            f"got {len(token)}; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
+
+
 def load_settings(env=None):
     """Build the settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -167,4 +182,5 @@ def load_settings(env=None):
         log_level=_choice(
             env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
         ),
+        admin_token=_admin_token(env),
     )

@@ -50,7 +50,34 @@ REDIS_TIMEOUT_SEC = 1.0  # connect and socket timeout on the request path
 CONSUMER_BATCH_SIZE = 500  # entries per XREADGROUP
 CONSUMER_BLOCK_MS = 1000  # XREADGROUP BLOCK
 CONSUMER_CLAIM_IDLE_MS = 30_000  # pending entries older than this are reclaimed
-CONSUMER_MAX_BACKOFF_SEC = 5.0  # cap of the retry delay when Redis is down
+CONSUMER_MAX_BACKOFF_SEC = 1.0  # cap of the retry delay when Redis is down
+
+# Kinds of stream consumer. The owner key of the stream contains one of them,
+# and only the consumer of that kind counts events.
+WORKER_CONSUMER = "worker"  # the built-in consumer-group worker (consumer.py)
+GEARS2_CONSUMER = "gears2"  # RedisGears 2 JavaScript library (gears/stream_consumer.js)
+GEARS1_CONSUMER = "gears1"  # RedisGears 1.x Python gear (gears/stream_consumer_gear.py)
+HANDOVER_OWNER = "handover"  # owner value while the stream passes from a gear to the worker
+
+# RedisGears consumers.
+GEARS_LIBRARY_NAME = "fraud_detector"  # RedisGears 2 library (TFUNCTION LIST)
+GEARS_TRIGGER_NAME = "stream_consumer"  # its stream trigger
+GEAR_DESCRIPTION_PREFIX = "fraud-detector stream consumer"  # RedisGears 1.x registration desc
+GEARS1_READER_GROUP = "__gears_consumer_group__"  # group that the RedisGears 1.x StreamReader reads with
+GEARS_ERRORS_MAXLEN = 1000  # entries of the gear error stream, approximate (XADD MAXLEN ~)
+REGISTRATION_LOCK_TTL_MS = 30_000  # expiry of the registration lock if its holder dies
+REGISTRATION_LOCK_WAIT_SEC = 35.0  # how long a starting process waits for that lock
 
 # Development server.
 PORT = 5000
+
+# Blacklist and allowlist of addresses and CIDR ranges.
+BLACKLIST = "blacklist"
+ALLOWLIST = "allowlist"
+IP_LISTS = (BLACKLIST, ALLOWLIST)
+LIST_CHUNK_SIZE = 1000  # entries per script call or pipeline of an import
+MAX_REASON_LENGTH = 200  # characters of the reason stored with an entry
+MAX_IMPORT_LENGTH = 32 * 1024 * 1024  # bytes of a blocklist uploaded to the admin API
+ADMIN_LIST_LIMIT = 100  # entries per page of the admin API, by default
+MAX_ADMIN_LIST_LIMIT = 1000  # entries per page, at most
+ADMIN_TOKEN_MIN_LENGTH = 16  # characters of ADMIN_TOKEN

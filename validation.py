@@ -14,7 +14,8 @@ import constants
 REQUIRED_FIELDS = ("device_id", "ip", "transaction_id")
 
 # Fields that the check writes into the stream entry; a client cannot set them.
-SERVICE_FIELDS = ("status", "fraud_type", "clicks_in_window", "threshold", "window_ms")
+SERVICE_FIELDS = ("status", "fraud_type", "clicks_in_window", "threshold", "window_ms",
+                  "ip_match")
 
 FIELD_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+")
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -42,16 +43,18 @@ class Click:
     device_id: str
     ip: str  # normalised: IPv4-mapped IPv6 addresses become IPv4
     transaction_id: str
-    ts: int  # ms since the epoch
+    ts: int | None  # ms since the epoch; None: Redis stamps its own time
     extra: dict  # field name -> JSON scalar as the client sent it
 
     def stream_fields(self):
-        """Return the field, value pairs of the stream entry, as strings."""
+        """Return the field, value pairs of the stream entry, as strings.
+
+        The check script adds `ts` and the verdict fields.
+        """
         fields = [
             "device_id", self.device_id,
             "ip", self.ip,
             "transaction_id", self.transaction_id,
-            "ts", str(self.ts),
         ]
         for name, value in self.extra.items():
             fields += [name, scalar_to_string(value)]
@@ -151,14 +154,14 @@ def _extra_fields(payload):
     return extra
 
 
-def parse_click(payload, now_ms, trust_client_ts=False):
+def parse_click(payload, trust_client_ts=False):
     """Validate one decoded JSON value and return it as a `Click`.
 
     Args:
         payload: the decoded JSON body.
-        now_ms: server time in ms since the epoch, used as the click's ts.
         trust_client_ts: use the client's `ts` field when it sends one.
-            Without it a client `ts` is ignored.
+            Without it a client `ts` is ignored, and the check script stamps
+            the click with the Redis server's time.
     """
     if not isinstance(payload, dict):
         raise InvalidField(
@@ -170,7 +173,7 @@ def parse_click(payload, now_ms, trust_client_ts=False):
     device_id = _required_string(payload, "device_id")
     ip = parse_ip(_required_string(payload, "ip"))
     transaction_id = _required_string(payload, "transaction_id")
-    ts = now_ms
+    ts = None
     if trust_client_ts and payload.get("ts") is not None:
         ts = _client_ts(payload["ts"])
     extra = _extra_fields(payload)
