@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 CLAIM_INTERVAL_SEC = 5.0  # how often to look for entries of dead consumers
 
 
+class StreamNotOwned(Exception):
+    """A RedisGears consumer owns the stream, so this worker must not count it."""
+
+
 def default_consumer_name():
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -64,8 +68,14 @@ class StreamWorker:
         for entry_id, fields in entries:
             window_keys.append(keys.device_window(fields.get("device_id", "")))
             args += [entry_id, fields.get("ts", ""), fields.get("fraud_type", "")]
-        script_keys = [self.settings.stream_key, *self.series_keys, *window_keys]
-        applied, acknowledged_before, unknown = self.script(keys=script_keys, args=args)
+        script_keys = [self.settings.stream_key, *self.series_keys, keys.stream_owner(),
+                       *window_keys]
+        try:
+            applied, acknowledged_before, unknown = self.script(keys=script_keys, args=args)
+        except redis.ResponseError as error:
+            if str(error).startswith("NOTOWNER"):
+                raise StreamNotOwned(str(error)) from error
+            raise
         if unknown:
             logger.warning(
                 "Consumer %s acknowledged %d entries without a valid ts or fraud_type "
@@ -158,14 +168,22 @@ class StreamWorker:
                 )
                 stop_event.wait(delay)
                 delay = min(delay * 2, constants.CONSUMER_MAX_BACKOFF_SEC)
+            except StreamNotOwned as error:
+                logger.warning("Consumer %s stops: %s", self.name, error)
+                break
             except redis.ResponseError as error:
-                if "NOGROUP" not in str(error):
+                if "NOGROUP" not in str(error) and not str(error).startswith("NOOWNER"):
                     raise
                 logger.warning(
-                    "Consumer %s: group %s is missing on %s; creating it",
-                    self.name, constants.CONSUMER_GROUP, self.settings.stream_key,
+                    "Consumer %s: the group %s or the owner key of %s is missing (%s); "
+                    "claiming the stream again",
+                    self.name, constants.CONSUMER_GROUP, self.settings.stream_key, error,
                 )
-                setup.ensure_consumer_group(self.client, self.settings)
+                try:
+                    setup.prepare_worker(self.client, self.settings)
+                except setup.SetupError as setup_error:
+                    logger.error("Consumer %s stops: %s", self.name, setup_error)
+                    break
         self.leave_group()
         logger.info("Consumer %s stopped after applying %d entries", self.name, self.applied_total)
 
@@ -232,6 +250,9 @@ def main():
         except UNAVAILABLE_ERRORS as error:
             logger.warning("Cannot reach Redis for set-up (%s); retrying in 1 s", error)
             stop_event.wait(1.0)
+        except setup.SetupError as error:
+            print(f"Set-up failed: {error}", file=sys.stderr)
+            return 1
     else:
         return 0
     if kind != setup.WORKER:

@@ -6,6 +6,7 @@ import redis
 from flask import Blueprint, current_app, jsonify
 
 import constants
+import gears_registration
 import keys
 import setup
 from redis_conn import UNAVAILABLE_ERRORS
@@ -28,7 +29,13 @@ def active_workers(client):
 
 @blueprint.get("/readyz")
 def readyz():
-    """Answer 200 when Redis answers, its data types exist and a consumer is active."""
+    """Answer 200 when Redis answers, its data types exist and a consumer is active.
+
+    A worker is active when one wrote its heartbeat recently, and a gear is
+    active when its registration is on the server. Either must also own the
+    stream. For a gear, the report adds the count of entries it could not
+    apply and the last such error.
+    """
     service = current_app.extensions["fraud_detector"]
     report = {"redis": "unreachable", "data_types": "unknown", "consumer": None}
     try:
@@ -41,9 +48,13 @@ def readyz():
         if service.consumer_kind == setup.WORKER:
             workers = active_workers(service.client)
             report["workers"] = workers
-            report["consumer_active"] = bool(workers)
+            report["stream_owner"] = service.client.get(keys.stream_owner())
+            report["consumer_active"] = bool(workers) and report["stream_owner"] == setup.WORKER
         else:
-            report["consumer_active"] = True
+            report.update(gears_registration.gear_status(service.client, service.consumer_kind))
+            report["consumer_active"] = (
+                report["gear_registered"] and report["stream_owner"] == service.consumer_kind
+            )
     except UNAVAILABLE_ERRORS as error:
         report["error"] = str(error)
     except (setup.SetupError, redis.RedisError) as error:

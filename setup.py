@@ -4,20 +4,26 @@ This is not a packaging script. `python setup.py` creates the keys the
 service needs (the Cuckoo filter, the event series and the consumer group) and
 registers the stream consumer; the app runs the same steps at start-up. Every
 step is idempotent, so restarts and several workers starting at once are safe.
+`python setup.py --switch-to-worker` unregisters a RedisGears consumer and
+hands the stream to the built-in worker.
 """
 
+import argparse
 import logging
 import sys
 
 import redis
 
 import constants
+import gears_registration
 import keys
 from config import ConfigError, load_settings
 
 logger = logging.getLogger(__name__)
 
-WORKER = "worker"
+WORKER = constants.WORKER_CONSUMER
+GEARS2 = constants.GEARS2_CONSUMER
+GEARS1 = constants.GEARS1_CONSUMER
 
 
 class SetupError(RuntimeError):
@@ -25,8 +31,20 @@ class SetupError(RuntimeError):
 
 
 def ensure_filter(client, settings):
-    """Create the Cuckoo filter `ip_cf` unless it exists."""
+    """Create the Cuckoo filter `ip_cf` unless it exists, and return whether it did."""
     if client.exists(constants.FILTER_KEY):
+        try:
+            info = client.cf().info(constants.FILTER_KEY)
+        except redis.ResponseError as error:
+            raise SetupError(f"{constants.FILTER_KEY} exists but is not a Cuckoo filter: {error}") from error
+        # FILTER_BUCKET_SIZE and FILTER_EXPANSION apply only when the filter is created.
+        if (info.bucketSize, info.expansionRate) != (settings.filter_bucket_size, settings.filter_expansion):
+            logger.warning(
+                "Cuckoo filter %s exists with bucket size %s and expansion %s, so "
+                "FILTER_BUCKET_SIZE=%d and FILTER_EXPANSION=%d are not in effect",
+                constants.FILTER_KEY, info.bucketSize, info.expansionRate,
+                settings.filter_bucket_size, settings.filter_expansion,
+            )
         return False
     try:
         client.cf().reserve(
@@ -50,15 +68,24 @@ def ensure_filter(client, settings):
 
 
 def ensure_event_series(client, settings):
-    """Create the event series of every fraud type unless they exist."""
+    """Create the event series of every fraud type unless they exist.
+
+    A consumer that writes in the millisecond of the newest sample overwrites
+    it with the sum, so every series needs the duplicate policy LAST. A series
+    created without it is altered.
+    """
     for fraud_type in constants.FRAUD_TYPES:
         key = keys.event_series(fraud_type)
         if client.exists(key):
+            if client.ts().info(key).duplicate_policy != "last":
+                client.ts().alter(key, duplicate_policy="last")
+                logger.info("Set the duplicate policy of time series %s to LAST", key)
             continue
         try:
             client.ts().create(
                 key,
                 retention_msecs=settings.timeseries_retention_ms,
+                duplicate_policy="last",
                 labels={"service": constants.SERIES_LABEL_SERVICE, "fraud_type": fraud_type},
             )
         except redis.ResponseError as error:
@@ -99,13 +126,38 @@ def check_data_types(client):
 
 
 def choose_consumer(client, settings):
-    """Return the kind of stream consumer to run: only the built-in worker so far."""
+    """Return the kind of stream consumer to run: "gears2", "gears1" or "worker".
+
+    The server's `MODULE LIST` decides under STREAM_CONSUMER=auto: redisgears_2
+    (RedisGears 2) gets the JavaScript library, rg (RedisGears 1.x) the Python
+    gear, and a server with neither the built-in worker. STREAM_CONSUMER=gears
+    and STREAM_CONSUMER=worker force a kind.
+    """
+    if settings.stream_consumer == WORKER:
+        return WORKER
+    kind = gears_registration.available_gears(client)
+    if kind is not None:
+        return kind
     if settings.stream_consumer == "gears":
         raise SetupError(
-            "STREAM_CONSUMER=gears, but no RedisGears consumer is available: "
-            "use STREAM_CONSUMER=auto or worker"
+            "STREAM_CONSUMER=gears, but the Redis server has no RedisGears module "
+            "(MODULE LIST shows neither redisgears_2 nor rg): load RedisGears, or use "
+            "STREAM_CONSUMER=auto or worker"
         )
     return WORKER
+
+
+def prepare_worker(client, settings):
+    """Make the built-in worker the owner of the stream and create its consumer group.
+
+    Raises:
+        SetupError: a RedisGears consumer of this service is registered.
+    """
+    try:
+        gears_registration.claim_stream_for_worker(client, settings)
+    except gears_registration.RegistrationError as error:
+        raise SetupError(str(error)) from error
+    ensure_consumer_group(client, settings)
 
 
 def register_stream_consumer(client, settings):
@@ -115,16 +167,39 @@ def register_stream_consumer(client, settings):
     check_data_types(client)
     kind = choose_consumer(client, settings)
     if kind == WORKER:
-        ensure_consumer_group(client, settings)
+        prepare_worker(client, settings)
+    else:
+        try:
+            gears_registration.register_gear(client, settings, kind)
+        except gears_registration.RegistrationError as error:
+            raise SetupError(str(error)) from error
     logger.info("Stream consumer of %s: %s", settings.stream_key, kind)
     return kind
 
 
-def main():
+def switch_to_worker(client, settings):
+    """Unregister the RedisGears consumer and hand the stream to the built-in worker."""
+    try:
+        gears_registration.switch_to_worker(client, settings)
+    except gears_registration.RegistrationError as error:
+        raise SetupError(str(error)) from error
+    ensure_consumer_group(client, settings)
+    logger.info("Stream consumer of %s: %s", settings.stream_key, WORKER)
+    return WORKER
+
+
+def main(argv=None):
     """Run the set-up once against the configured Redis and print the consumer kind."""
     from logs import configure_logging
     from redis_conn import connect
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--switch-to-worker", action="store_true",
+        help="unregister the RedisGears consumer and hand the stream to the built-in worker; "
+             "then run every process with STREAM_CONSUMER=worker",
+    )
+    arguments = parser.parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as error:
@@ -137,7 +212,10 @@ def main():
         return 2
     client = connect(settings.redis_url, settings.redis_timeout_sec)
     try:
-        kind = register_stream_consumer(client, settings)
+        if arguments.switch_to_worker:
+            kind = switch_to_worker(client, settings)
+        else:
+            kind = register_stream_consumer(client, settings)
     except (SetupError, redis.RedisError) as error:
         print(f"Set-up failed: {error}", file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
 --
 -- KEYS[1]       stream of checked events (data_stream)
 -- KEYS[2..4]    event series of clean, ip_blacklist and click_spam
--- KEYS[5..]     device window of each entry, in the order of the entries
+-- KEYS[5]       owner key: the consumer kind that may count the stream
+-- KEYS[6..]     device window of each entry, in the order of the entries
 -- ARGV[1]       consumer group
 -- ARGV[2]       click-spam window in ms
 -- ARGV[3]       retention of a new event series in ms
@@ -16,6 +17,16 @@
 -- fraud type with the number of entries counted.
 -- Returns {entries applied, entries already acknowledged, entries with an
 -- unknown fraud_type (acknowledged, not counted)}.
+-- Fails with NOTOWNER, writing nothing, when a RedisGears consumer owns the
+-- stream, and with NOOWNER when the owner key is missing: the worker then
+-- claims the stream again through setup.py, which checks for a gear first.
+
+local owner = redis.call('GET', KEYS[5])
+if owner == false then
+    return redis.error_reply('NOOWNER no consumer kind owns the stream')
+elseif owner ~= 'worker' then
+    return redis.error_reply('NOTOWNER the stream belongs to the ' .. owner .. ' consumer')
+end
 
 local stream = KEYS[1]
 local group = ARGV[1]
@@ -29,7 +40,7 @@ for i = 1, entry_count do
     local id = ARGV[2 + i * 3]
     local ts = tonumber(ARGV[3 + i * 3])
     local fraud_type = ARGV[4 + i * 3]
-    local window = KEYS[4 + i]
+    local window = KEYS[5 + i]
 
     if redis.call('XACK', stream, group, id) == 0 then
         acknowledged_before = acknowledged_before + 1
@@ -54,17 +65,25 @@ for fraud_type, count in pairs(counts) do
     if count > 0 then
         local key = series[fraud_type]
         if redis.call('EXISTS', key) == 0 then
-            redis.call('TS.CREATE', key, 'RETENTION', ARGV[3],
+            redis.call('TS.CREATE', key, 'RETENTION', ARGV[3], 'DUPLICATE_POLICY', 'LAST',
                        'LABELS', 'service', ARGV[4], 'fraud_type', fraud_type)
         end
-        -- Never two samples at one timestamp, so no duplicate policy is needed.
-        local sample_ts = now_ms
+        -- A write in the millisecond of the newest sample adds to that sample
+        -- (duplicate policy LAST), so timestamps never run ahead of the clock.
+        local sample_ts, value = now_ms, count
         -- An empty series answers an empty array (false under fakeredis).
         local last = redis.call('TS.GET', key)
-        if type(last) == 'table' and last[1] ~= nil and tonumber(last[1]) >= sample_ts then
-            sample_ts = tonumber(last[1]) + 1
+        if type(last) == 'table' and last[1] ~= nil and tonumber(last[1]) >= now_ms then
+            -- RedisTimeSeries sends the value as a status reply, which reaches
+            -- Lua as a table with an `ok` field.
+            local last_value = last[2]
+            if type(last_value) == 'table' then
+                last_value = last_value.ok
+            end
+            sample_ts = tonumber(last[1])
+            value = tonumber(last_value) + count
         end
-        redis.call('TS.ADD', key, sample_ts, count)
+        redis.call('TS.ADD', key, sample_ts, value)
     end
 end
 

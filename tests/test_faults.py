@@ -137,7 +137,7 @@ def test_consumer_killed_mid_batch_counts_exactly(own_server, probe, tmp_path):
     events = 30_000
     fill_stream(own_server.url, events)
     settings = {"CONSUMER_BATCH_SIZE": 200, "CONSUMER_CLAIM_IDLE_MS": 300,
-                "CONSUMER_BLOCK_MS": 100}
+                "CONSUMER_BLOCK_MS": 100, "STREAM_CONSUMER": "worker"}
 
     for delay in (0.3, 0.5, 0.7):
         consumer = ServiceProcess.consumer(own_server.url, tmp_path / "consumer.log",

@@ -133,3 +133,4 @@ def test_worker_retries_until_redis_returns(own_server, outage_app):
     own_server.start()
 
     assert worker.drain() == 3
+    worker_client.close()
