@@ -21,7 +21,11 @@ from app import create_app  # noqa: E402
 from config import Settings  # noqa: E402
 from tools.redis_stack import RedisStackServer  # noqa: E402
 
-DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# Real input data: the TalkingData click log sample and the FireHOL level 1
+# blocklist. FRAUD_TEST_DATA_DIR overrides the folder beside the checkout.
+DATA_DIR = os.environ.get("FRAUD_TEST_DATA_DIR") or os.path.join(
+    os.path.dirname(ROOT), "shared", "data"
+)
 
 
 @pytest.fixture(scope="session")
