@@ -1,6 +1,7 @@
 """The click endpoint: `POST /`."""
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 import metrics
@@ -26,8 +27,15 @@ def read_json_body(expected="a JSON object with device_id, ip and transaction_id
 
 
 def wants_plain_text():
-    """Return True when the client prefers the bare fraud_type, the original response format."""
-    return request.accept_mimetypes.best_match(["application/json", "text/plain"]) == "text/plain"
+    """Return True when the client prefers the bare fraud_type, the original response format.
+
+    Media type parameters such as `charset=utf-8` are ignored, because
+    werkzeug's best_match does not match a type that carries them.
+    """
+    accepted = MIMEAccept(
+        (value.split(";", 1)[0].strip(), quality) for value, quality in request.accept_mimetypes
+    )
+    return accepted.best_match(["application/json", "text/plain"]) == "text/plain"
 
 
 @blueprint.post("/")
@@ -37,7 +45,7 @@ def check_click():
     payload = read_json_body()
     click = parse_click(payload, service.settings.trust_client_ts)
 
-    verdict = service.checker.check(click)
+    verdict = service.check(click)
     metrics.count_verdicts([verdict])
 
     if wants_plain_text():

@@ -24,6 +24,7 @@ from ip_lists import cli as ip_lists_cli
 from logs import configure_logging
 from redis_conn import UNAVAILABLE_ERRORS, connect
 from service import FraudDetector
+from setup import SetupError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def create_app(settings=None, client=None, start_consumer=None):
     @app.before_request
     def prepare_redis():
         # Health checks, /metrics and the dashboard handle Redis errors themselves
-        # and need no set-up, so they keep answering while Redis is down.
+        # and need no set-up, so they keep responding while Redis is down.
         if request.blueprint not in (health.blueprint.name, metrics.blueprint.name,
                                      dashboard.blueprint.name):
             service.prepare()
@@ -83,9 +84,9 @@ def create_app(settings=None, client=None, start_consumer=None):
     if start_consumer:
         service.start_consumer_thread()
     logger.info(
-        "Fraud detector ready: click-spam threshold %d in %g s, stream %s, consumer %s",
+        "Fraud detector started: click-spam threshold %d in %g s, stream %s, consumer %s",
         settings.click_spam_threshold, settings.click_spam_window_sec,
-        settings.stream_key, service.consumer_kind,
+        settings.stream_key, service.consumer_kind or "not registered yet (Redis unreachable)",
     )
     return app
 
@@ -106,10 +107,13 @@ def main():
 
     try:
         settings = load_settings()
+        application = create_app(settings)
     except ConfigError as error:
         print(f"Invalid configuration: {error}", file=sys.stderr)
         return 2
-    application = create_app(settings)
+    except SetupError as error:
+        print(f"Set-up failed: {error}", file=sys.stderr)
+        return 2
     host = os.environ.get("HOST", "127.0.0.1")
     logger.info("Development server on http://%s:%d", host, settings.port)
     application.run(host=host, port=settings.port, threaded=True, use_reloader=False)

@@ -39,7 +39,7 @@ def check_batch():
                               "message": error.message}
 
     metrics.note_batch(len(valid), len(payload) - len(valid))
-    verdicts = service.checker.check_many([click for _, click in valid])
+    verdicts = service.check_many([click for _, click in valid])
     metrics.count_verdicts(verdicts)
 
     for (index, click), verdict in zip(valid, verdicts):

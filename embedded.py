@@ -13,11 +13,17 @@ from fakeredis import TcpFakeServer
 logger = logging.getLogger(__name__)
 
 
+class _FakeRedisListener(TcpFakeServer):
+    # socketserver's default listen backlog of 5 refuses connections when
+    # many request threads connect at once, which clients see as 503s.
+    request_queue_size = 128
+
+
 class EmbeddedRedis:
     """A fakeredis server that serves TCP clients from a background thread."""
 
     def __init__(self, port=0):
-        self.server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        self.server = _FakeRedisListener(("127.0.0.1", port), server_type="redis")
         # fakeredis leaves client threads non-daemon, which would keep the
         # process alive after the service stops.
         self.server.daemon_threads = True

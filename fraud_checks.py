@@ -20,6 +20,10 @@ class RequestExpired(Exception):
     """Redis ran the check after the caller had given up on it."""
 
 
+class KeysMissing(Exception):
+    """The Cuckoo filter is missing, so Redis lost the keys that set-up creates."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     fraud_type: str
@@ -91,6 +95,7 @@ class ClickChecker:
 
         Raises:
             RequestExpired: Redis started the script after the deadline.
+            KeysMissing: the filter is missing; the script wrote nothing.
             redis.ConnectionError, redis.TimeoutError: Redis is unreachable.
         """
         if not clicks:
@@ -102,6 +107,8 @@ class ClickChecker:
         except redis.ResponseError as error:
             if str(error).startswith("EXPIRED"):
                 raise RequestExpired(str(error)) from error
+            if str(error).startswith("NOFILTER"):
+                raise KeysMissing(str(error)) from error
             raise
         return [
             Verdict(reply[i + 1], int(reply[i + 2]), reply[i], int(reply[i + 4]), reply[i + 3])

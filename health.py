@@ -18,7 +18,7 @@ HEARTBEAT_MAX_AGE_MS = 10_000  # a worker that has not read for longer is not ac
 
 @blueprint.get("/healthz")
 def healthz():
-    """Answer 200 while the process serves requests."""
+    """Respond 200 while the process serves requests."""
     return jsonify({"status": "ok"})
 
 
@@ -29,7 +29,7 @@ def active_workers(client):
 
 @blueprint.get("/readyz")
 def readyz():
-    """Answer 200 when Redis answers, its data types exist and a consumer is active.
+    """Respond 200 when Redis replies, its data types exist and a consumer is active.
 
     A worker is active when one wrote its heartbeat recently, and a gear is
     active when its registration is on the server. Either must also own the
@@ -42,6 +42,8 @@ def readyz():
         service.prepare()
         service.client.ping()
         report["redis"] = "ok"
+        if not service.client.exists(constants.FILTER_KEY):
+            service.prepare_again()
         setup.check_data_types(service.client)
         report["data_types"] = "ok"
         report["consumer"] = service.consumer_kind

@@ -4,7 +4,7 @@ import logging
 import threading
 
 import setup
-from fraud_checks import ClickChecker
+from fraud_checks import ClickChecker, KeysMissing
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,25 @@ class FraudDetector:
             if not self.prepared:
                 self.consumer_kind = setup.register_stream_consumer(self.client, self.settings)
         return self.consumer_kind
+
+    def prepare_again(self):
+        """Run the set-up again, after Redis lost the service's keys."""
+        with self._lock:
+            self.consumer_kind = None
+        logger.warning("Redis lost the keys of the service (restart without persistence or "
+                       "FLUSHALL?); running the set-up again")
+        return self.prepare()
+
+    def check_many(self, clicks):
+        """Check clicks in one script call; set up again once if Redis lost the keys."""
+        try:
+            return self.checker.check_many(clicks)
+        except KeysMissing:
+            self.prepare_again()
+            return self.checker.check_many(clicks)
+
+    def check(self, click):
+        return self.check_many([click])[0]
 
     def start_consumer_thread(self):
         """Run the built-in worker inside this process (the embedded default)."""

@@ -1,7 +1,7 @@
 """Validation of a click sent by a client.
 
 `parse_click` turns a decoded JSON body into a `Click` or raises
-`InvalidField`, whose message names the field and says what is accepted.
+`InvalidField`, whose message names the field and what is accepted.
 """
 
 import dataclasses
@@ -16,6 +16,10 @@ REQUIRED_FIELDS = ("device_id", "ip", "transaction_id")
 # Fields that the check writes into the stream entry; a client cannot set them.
 SERVICE_FIELDS = ("status", "fraud_type", "clicks_in_window", "threshold", "window_ms",
                   "ip_match")
+
+# Keys of the JSON response that the service fills; an extra field of the
+# same name would reach the stream but not the response.
+RESPONSE_FIELDS = ("evidence", "stream_id")
 
 FIELD_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+")
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -71,6 +75,16 @@ def scalar_to_string(value):
     return str(value)
 
 
+def _check_utf8(name, value):
+    """Raise `InvalidField` for a string that UTF-8 cannot encode (a lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(
+            name, f"Field '{name}' is not valid Unicode text: it contains a lone surrogate."
+        ) from None
+
+
 def _required_string(payload, name):
     if name not in payload:
         raise InvalidField(name, f"Field '{name}' is missing: send it as a non-empty string.")
@@ -79,6 +93,7 @@ def _required_string(payload, name):
         raise InvalidField(name, f"Field '{name}' must be a string, got a JSON {json_type(value)}.")
     if not value.strip():
         raise InvalidField(name, f"Field '{name}' is empty: send a non-empty string.")
+    _check_utf8(name, value)
     if len(value) > constants.MAX_ID_LENGTH:
         raise InvalidField(
             name,
@@ -96,6 +111,12 @@ def parse_ip(value, field="ip"):
         raise InvalidField(
             field, f"Field '{field}' is not a valid IPv4 or IPv6 address: {value[:64]!r}."
         ) from None
+    if address.version == 6 and address.scope_id is not None:
+        # A zone index ("%eth0") names a link of the client's host, and would
+        # make the same address miss its blacklist entry.
+        raise InvalidField(
+            field, f"Field '{field}' has an IPv6 zone index; send the address without '%...'."
+        )
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return str(address)
@@ -122,7 +143,7 @@ def _extra_fields(payload):
     for name, value in payload.items():
         if name in REQUIRED_FIELDS or name == "ts":
             continue
-        if name in SERVICE_FIELDS:
+        if name in SERVICE_FIELDS or name in RESPONSE_FIELDS:
             raise InvalidField(name, f"Field '{name}' is set by the service and cannot be sent.")
         if len(name) > constants.MAX_FIELD_NAME_LENGTH or not FIELD_NAME_PATTERN.fullmatch(name):
             raise InvalidField(
@@ -136,6 +157,8 @@ def _extra_fields(payload):
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidField(name, f"Field '{name}' must be a finite number.")
+        if isinstance(value, str):
+            _check_utf8(name, value)
         if len(scalar_to_string(value)) > constants.MAX_FIELD_VALUE_LENGTH:
             raise InvalidField(
                 name,

@@ -1,6 +1,6 @@
 -- Check clicks and record them, atomically: one click for POST /, up to the
 -- batch limit for POST /batch. Clicks are checked in order, so a later click
--- of a device sees the earlier ones of the same call.
+-- of a device counts the earlier ones of the same call.
 --
 -- KEYS[1]     Cuckoo filter of blacklisted addresses (ip_cf)
 -- KEYS[2]     stream of checked events (data_stream)
@@ -49,6 +49,12 @@ end
 
 local filter = KEYS[1]
 local stream = KEYS[2]
+
+-- A missing filter means Redis lost the service's keys (a restart without
+-- persistence, FLUSHALL): fail before any write so the caller sets up again.
+if redis.call('EXISTS', filter) == 0 then
+    return redis.error_reply('NOFILTER the Cuckoo filter is missing; run the set-up again')
+end
 local blacklist_addresses, blacklist_segments = KEYS[3], KEYS[4]
 local allowlist_addresses, allowlist_segments = KEYS[5], KEYS[6]
 local filter_items = KEYS[7]
@@ -175,7 +181,7 @@ local function check_one(window, ip, ip_key, ts, fields)
     local entry_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
 
     -- Record the click, then drop members that fell out of the window of the
-    -- newest click, so a window never holds more than one window of clicks.
+    -- newest click, so a window never contains more than one window of clicks.
     redis.call('ZADD', window, ts, entry_id)
     local newest = redis.call('ZRANGE', window, -1, -1, 'WITHSCORES')[2]
     redis.call('ZREMRANGEBYSCORE', window, '-inf',

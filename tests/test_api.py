@@ -1,5 +1,7 @@
 """The click endpoint, on fakeredis and on the real Redis Stack server."""
 
+import pytest
+
 import constants
 import keys
 from tests.conftest import post_click
@@ -50,16 +52,29 @@ def test_response_carries_event_and_evidence(client, settings):
     }
 
 
-def test_plain_text_accept_gets_bare_fraud_type(client):
+@pytest.mark.parametrize("accept", ["text/plain", "text/plain;charset=utf-8", "text/*",
+                                    "application/json;q=0.5, text/plain"])
+def test_plain_text_accept_gets_bare_fraud_type(client, accept):
     response = client.post(
         "/",
         json={"device_id": "d", "ip": "192.0.2.1", "transaction_id": "t"},
-        headers={"Accept": "text/plain"},
+        headers={"Accept": accept},
     )
 
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     assert response.get_data(as_text=True) == "clean"
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "text/plain;q=0.5, application/json"])
+def test_json_accept_gets_json(client, accept):
+    response = client.post(
+        "/",
+        json={"device_id": "d", "ip": "192.0.2.1", "transaction_id": "t"},
+        headers={"Accept": accept},
+    )
+
+    assert response.mimetype == "application/json"
 
 
 def test_every_checked_event_reaches_the_stream(client, redis_client, settings):

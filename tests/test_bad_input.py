@@ -66,6 +66,13 @@ CASES = [
     ("put method", "PUT", JSON, body(), 405, None),
     ("delete method", "DELETE", None, None, 405, None),
     ("unknown path", "POST", JSON, body(), 404, None),
+    ("lone surrogate device_id", "POST", JSON, '{"device_id": "\\ud800", "ip": "198.51.100.7", '
+     '"transaction_id": "t"}', 400, "device_id"),
+    ("lone surrogate extra value", "POST", JSON, '{"device_id": "d", "ip": "198.51.100.7", '
+     '"transaction_id": "t", "ua": "x\\udfff"}', 400, "ua"),
+    ("ipv6 zone index", "POST", JSON, body(ip="2001:db8::5%1"), 400, "ip"),
+    ("client evidence", "POST", JSON, body(evidence="none"), 400, "evidence"),
+    ("client stream_id", "POST", JSON, body(stream_id="1-0"), 400, "stream_id"),
     ("device id is stream key", "POST", JSON, body(device_id="data_stream", ip="1.2.3"), 400, "ip"),
     ("device id is filter key", "POST", JSON, body(device_id="ip_cf", ip=""), 400, "ip"),
 ]

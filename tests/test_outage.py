@@ -134,3 +134,33 @@ def test_worker_retries_until_redis_returns(own_server, outage_app):
 
     assert worker.drain() == 3
     worker_client.close()
+
+
+def test_redis_back_empty_sets_up_again(own_server, outage_app):
+    app, settings = outage_app
+    client = app.test_client()
+    assert post_click(client, transaction_id="before").status_code == 200
+    probe = redis.Redis.from_url(own_server.url, decode_responses=True)
+    probe.flushall()  # what a restart without persistence leaves
+
+    response = post_click(client, transaction_id="after")
+    ready = client.get("/readyz").get_json()
+
+    assert response.status_code == 200
+    assert probe.type("ip_cf") == "MBbloomCF"
+    assert probe.xlen(settings.stream_key) == 1
+    assert ready["data_types"] == "ok"
+    probe.close()
+
+
+def test_readyz_sets_up_again_after_flush(own_server, outage_app):
+    app, _ = outage_app
+    client = app.test_client()
+    probe = redis.Redis.from_url(own_server.url, decode_responses=True)
+    probe.flushall()
+
+    ready = client.get("/readyz").get_json()
+
+    assert ready["data_types"] == "ok"
+    assert probe.type("ip_cf") == "MBbloomCF"
+    probe.close()

