@@ -136,6 +136,10 @@ def choose_consumer(client, settings):
     if settings.stream_consumer == WORKER:
         return WORKER
     kind = gears_registration.available_gears(client)
+    if kind == GEARS2 and settings.stream_consumer == "auto" and too_long_for_new_library(
+        client, settings
+    ):
+        return WORKER
     if kind is not None:
         return kind
     if settings.stream_consumer == "gears":
@@ -145,6 +149,27 @@ def choose_consumer(client, settings):
             "STREAM_CONSUMER=auto or worker"
         )
     return WORKER
+
+
+def too_long_for_new_library(client, settings):
+    """Return True when loading the RedisGears 2 library would block Redis too long.
+
+    A newly loaded library's trigger reads the stream from its first entry
+    inside Redis, which serves no clicks meanwhile. A library that is already
+    registered keeps its position, so only a first load is refused.
+    """
+    if gears_registration.gear_registered(client, GEARS2):
+        return False
+    length = client.xlen(settings.stream_key)
+    if length <= constants.GEARS2_MAX_STREAM_ON_LOAD:
+        return False
+    logger.warning(
+        "Keeping the built-in worker: loading the RedisGears 2 consumer on %s with %d "
+        "entries (more than %d) would block Redis while its trigger reads them all. "
+        "Set STREAM_CONSUMER=gears to load it anyway.",
+        settings.stream_key, length, constants.GEARS2_MAX_STREAM_ON_LOAD,
+    )
+    return True
 
 
 def prepare_worker(client, settings):

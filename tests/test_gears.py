@@ -280,6 +280,29 @@ def test_auto_chooses_gears2_on_redis_stack(stack_server, stack_redis):
     assert kind == setup.GEARS2
 
 
+def test_auto_keeps_worker_on_long_stream(stack_server, stack_redis, monkeypatch):
+    monkeypatch.setattr(constants, "GEARS2_MAX_STREAM_ON_LOAD", 50)
+    settings = stack_settings(stack_server)
+    setup.register_stream_consumer(stack_redis, dataclasses.replace(settings, stream_consumer="worker"))
+    add_entries(stack_redis, settings, 51)
+
+    kind = setup.register_stream_consumer(stack_redis, settings)
+
+    assert kind == "worker"
+    assert library_names(stack_redis) == []
+
+
+def test_forced_gears_loads_on_long_stream(stack_server, stack_redis, monkeypatch):
+    monkeypatch.setattr(constants, "GEARS2_MAX_STREAM_ON_LOAD", 50)
+    settings = stack_settings(stack_server)
+    setup.register_stream_consumer(stack_redis, dataclasses.replace(settings, stream_consumer="worker"))
+    add_entries(stack_redis, settings, 51)
+
+    kind = setup.register_stream_consumer(stack_redis, dataclasses.replace(settings, stream_consumer="gears"))
+
+    assert kind == "gears2"
+
+
 def test_auto_chooses_gears1_with_rg(stack_server, stack_redis, runtime):
     standin = StandinClient(stack_redis, runtime)
 
