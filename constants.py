@@ -51,6 +51,8 @@ CONSUMER_BATCH_SIZE = 500  # entries per XREADGROUP
 CONSUMER_BLOCK_MS = 1000  # XREADGROUP BLOCK
 CONSUMER_CLAIM_IDLE_MS = 30_000  # pending entries older than this are reclaimed
 CONSUMER_MAX_BACKOFF_SEC = 1.0  # cap of the retry delay when Redis is down
+LIST_SWEEP_INTERVAL_SEC = 60.0  # how often a worker sweeps expired list entries
+LIST_SWEEP_LOCK_MS = 60_000  # expiry of the sweep lock if its holder dies
 
 # Kinds of stream consumer. The owner key of the stream contains one of them,
 # and only the consumer of that kind counts events.

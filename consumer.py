@@ -52,6 +52,7 @@ class StreamWorker:
         self.script = lua_scripts.register(client, "consume_events.lua")
         self.series_keys = [keys.event_series(fraud_type) for fraud_type in constants.FRAUD_TYPES]
         self.next_claim = 0.0
+        self.next_sweep = 0.0
         self.applied_total = 0
 
     def apply(self, entries):
@@ -113,12 +114,32 @@ class StreamWorker:
             logger.info("Consumer %s reclaimed and applied %d pending entries", self.name, claimed)
         return claimed
 
+    def sweep_expired_entries(self):
+        """Remove expired blacklist and allowlist entries; one worker at a time does it.
+
+        Expired entries stop matching at once; the sweep frees their records.
+        Returns the number of entries removed.
+        """
+        from ip_lists.store import IpList
+
+        lists = [IpList(self.client, name, self.settings) for name in constants.IP_LISTS]
+        due = [ip_list for ip_list in lists if ip_list.has_expired_entries()]
+        if not due:
+            return 0
+        if not self.client.set(keys.sweep_lock(), self.name, nx=True,
+                               px=constants.LIST_SWEEP_LOCK_MS):
+            return 0
+        try:
+            return sum(ip_list.sweep() for ip_list in due)
+        finally:
+            self.client.delete(keys.sweep_lock())
+
     def heartbeat(self):
         now_ms = int(time.time() * 1000)
         self.client.zadd(keys.consumer_heartbeats(), {self.name: now_ms})
 
     def process_once(self, block_ms=None):
-        """Run one round: heartbeat, reclaim if due, read and apply one batch.
+        """Run one round: heartbeat, reclaim and sweep if due, read and apply one batch.
 
         Returns the number of entries applied, reclaimed ones included.
         """
@@ -127,6 +148,14 @@ class StreamWorker:
         if time.monotonic() >= self.next_claim:
             claimed = self.claim_stale()
             self.next_claim = time.monotonic() + CLAIM_INTERVAL_SEC
+
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + constants.LIST_SWEEP_INTERVAL_SEC
+            try:
+                self.sweep_expired_entries()
+            except redis.ResponseError as error:
+                logger.error("Consumer %s could not sweep expired list entries: %s",
+                             self.name, error)
 
         block_ms = self.settings.consumer_block_ms if block_ms is None else block_ms
         reply = self.client.xreadgroup(

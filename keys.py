@@ -18,6 +18,11 @@ def event_series(fraud_type):
     return f"{constants.KEY_PREFIX}events:{fraud_type}"
 
 
+def sweep_lock():
+    """Return the key of the lock that lets one worker at a time sweep expired list entries."""
+    return f"{constants.KEY_PREFIX}lists:sweep_lock"
+
+
 def consumer_heartbeats():
     """Return the key of the sorted set of worker names by last heartbeat (ms)."""
     return f"{constants.KEY_PREFIX}consumers"

@@ -132,6 +132,12 @@ class IpList:
             logger.info("Removed %d expired entries from the %s", removed, self.name)
         return removed
 
+    def has_expired_entries(self):
+        """Return True when an entry has expired and waits for the sweep (one ZRANGEBYSCORE)."""
+        return bool(self.client.zrangebyscore(
+            keys.list_expiries(self.name), 1, self.now_ms(), start=0, num=1
+        ))
+
     def get(self, entry):
         """Return the `Record` of an entry, or None when the list does not hold it."""
         records = keys.list_ranges(self.name) if entry.is_range else keys.list_addresses(self.name)

@@ -1,10 +1,13 @@
 """The built-in stream consumer, on fakeredis and on the real Redis Stack server."""
 
 import threading
+import time
 
 import constants
 import keys
 from consumer import StreamWorker
+from ip_lists.entries import parse_entry
+from ip_lists.store import IpList
 from tests.conftest import post_click
 
 
@@ -121,3 +124,18 @@ def test_samples_never_run_ahead_of_clock(client, redis_client, settings):
     assert sum(value for _, value in samples) == 60
     assert max(ts for ts, _ in samples) <= now_ms
     assert len(samples) < 60
+
+
+def test_worker_sweeps_expired_list_entries(client, redis_client, settings):
+    blacklist = IpList(redis_client, constants.BLACKLIST, settings)
+    now_ms = blacklist.now_ms()
+    blacklist.add([parse_entry("203.0.113.0/24"), parse_entry("198.51.100.9")], expires_at=now_ms + 50)
+    blacklist.add([parse_entry("192.0.2.0/24")])
+    time.sleep(0.1)
+
+    StreamWorker(redis_client, settings, name="w1").process_once(block_ms=0)
+
+    assert blacklist.get(parse_entry("203.0.113.0/24")) is None
+    assert blacklist.get(parse_entry("198.51.100.9")) is None
+    assert blacklist.get(parse_entry("192.0.2.0/24")) is not None
+    assert not blacklist.has_expired_entries()
