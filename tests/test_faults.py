@@ -139,12 +139,15 @@ def test_consumer_killed_mid_batch_counts_exactly(own_server, probe, tmp_path):
     settings = {"CONSUMER_BATCH_SIZE": 200, "CONSUMER_CLAIM_IDLE_MS": 300,
                 "CONSUMER_BLOCK_MS": 100, "STREAM_CONSUMER": "worker"}
 
-    for delay in (0.3, 0.5, 0.7):
+    # Kill each consumer as soon as it has counted something, so that it dies
+    # in the middle of the backlog however fast it drains.
+    partial = 0
+    for _ in range(3):
         consumer = ServiceProcess.consumer(own_server.url, tmp_path / "consumer.log",
                                            **settings).start()
-        time.sleep(delay)
+        first_success_after(lambda: sum(series_totals(probe).values()) > partial, 10.0)
         consumer.stop(kill=True)
-    partial = sum(series_totals(probe).values())
+        partial = sum(series_totals(probe).values())
     consumer = ServiceProcess.consumer(own_server.url, tmp_path / "consumer.log", **settings).start()
     try:
         counted = wait_for_count(probe, events, limit_sec=60)
@@ -152,7 +155,7 @@ def test_consumer_killed_mid_batch_counts_exactly(own_server, probe, tmp_path):
         consumer.stop()
     pending = probe.xpending(constants.STREAM_KEY, constants.CONSUMER_GROUP)["pending"]
 
-    assert partial < events
+    assert 0 < partial < events
     assert counted == events
     assert pending == 0
 
