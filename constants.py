@@ -69,9 +69,10 @@ GEARS1_READER_GROUP = "__gears_consumer_group__"  # group that the RedisGears 1.
 GEARS_ERRORS_MAXLEN = 1000  # entries of the gear error stream, approximate (XADD MAXLEN ~)
 REGISTRATION_LOCK_TTL_MS = 30_000  # expiry of the registration lock if its holder dies
 REGISTRATION_LOCK_WAIT_SEC = 35.0  # how long a starting process waits for that lock
-# Longest stream on which STREAM_CONSUMER=auto loads the RedisGears 2 library
+# Maximum stream length on which STREAM_CONSUMER=auto loads the RedisGears 2 library
 # anew. Its trigger reads the whole stream while Redis serves nothing else,
-# about 50 us per entry on the benchmark machine (docs/performance.md).
+# about 50 us per entry on the 2-core benchmark machine (a measurement,
+# docs/performance.md).
 GEARS2_MAX_STREAM_ON_LOAD = 10_000  # entries
 
 # Development server.

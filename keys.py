@@ -9,7 +9,7 @@ import constants
 
 
 def device_window(device_id):
-    """Return the key of the sorted set that holds a device's recent clicks."""
+    """Return the key of the sorted set of a device's recent clicks."""
     return f"{constants.KEY_PREFIX}device:{device_id}"
 
 

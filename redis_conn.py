@@ -8,8 +8,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-# Errors that mean Redis is unreachable or did not answer in time. Callers
-# turn them into 503 answers (the API) or retries (the consumer).
+# Errors that mean Redis is unreachable or did not reply in time. Callers
+# turn them into 503 responses (the API) or retries (the consumer).
 UNAVAILABLE_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -18,7 +18,7 @@ def connect(url, timeout_sec, block_sec=0.0, max_connections=None):
 
     redis-py retries on connection errors by default. A retried check script
     could run twice after a timeout, so the request path gets no retries:
-    a failed call surfaces at once and the caller answers 503.
+    a failed call surfaces at once and the caller responds 503.
 
     Args:
         url: redis://, rediss:// or unix:// URL with optional password.

@@ -2,7 +2,7 @@
 
 This is not a packaging script. `python setup.py` creates the keys the
 service needs (the Cuckoo filter, the event series and the consumer group) and
-registers the stream consumer; the app runs the same steps at start-up. Every
+registers the stream consumer. The app runs the same steps at start-up. Every
 step is idempotent, so restarts and several workers starting at once are safe.
 `python setup.py --switch-to-worker` unregisters a RedisGears consumer and
 hands the stream to the built-in worker.

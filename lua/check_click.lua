@@ -15,7 +15,7 @@
 --             settings can be appended without moving the clicks
 -- ARGV[2]     deadline in ms since the epoch, or 0; past it the script writes
 --             nothing and fails with EXPIRED, because the caller has already
---             answered 503
+--             responded 503
 -- ARGV[3]     click-spam window in ms
 -- ARGV[4]     click-spam threshold: clicks already in the window
 -- ARGV[5]     approximate maximum length of the stream

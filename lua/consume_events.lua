@@ -71,7 +71,7 @@ for fraud_type, count in pairs(counts) do
         -- A write in the millisecond of the newest sample adds to that sample
         -- (duplicate policy LAST), so timestamps never run ahead of the clock.
         local sample_ts, value = now_ms, count
-        -- An empty series answers an empty array (false under fakeredis).
+        -- TS.GET of an empty series returns an empty array (false under fakeredis).
         local last = redis.call('TS.GET', key)
         if type(last) == 'table' and last[1] ~= nil and tonumber(last[1]) >= now_ms then
             -- RedisTimeSeries sends the value as a status reply, which reaches

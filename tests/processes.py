@@ -96,7 +96,7 @@ class LoadResult:
         self.statuses = {}  # HTTP status, or "connection_error" -> count
         self.max_latency = 0.0
         self.sent = 0
-        self.accepted_ids = set()  # transaction ids answered 200
+        self.accepted_ids = set()  # transaction ids that got a 200 response
 
     def record(self, status, latency, transaction_id):
         with self.lock:

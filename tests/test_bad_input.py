@@ -1,4 +1,4 @@
-"""Bad requests get a 4xx JSON answer that names the problem, and write nothing."""
+"""Bad requests get a 4xx JSON response that names the problem, and write nothing."""
 
 import json
 
@@ -16,7 +16,7 @@ def body(**changes):
     return json.dumps({k: v for k, v in click.items() if v is not ...})
 
 
-# (case name, method, content type, body, expected status, field named in the answer)
+# (case name, method, content type, body, expected status, field named in the response)
 CASES = [
     ("not json", "POST", JSON, "{device_id: 1}", 400, None),
     ("truncated json", "POST", JSON, '{"device_id": "d"', 400, None),

@@ -96,7 +96,7 @@ def test_worker_recreates_a_trimmed_window_with_expiry(client, redis_client, set
     assert 0 < redis_client.pttl(window) <= settings.window_ms
 
 
-def test_entry_with_unknown_fraud_type_is_acknowledged_not_counted(redis_client, client, settings):
+def test_unknown_fraud_type_acknowledged_uncounted(redis_client, client, settings):
     redis_client.xadd(settings.stream_key, {"device_id": "d", "ts": "1", "fraud_type": "bogus"})
 
     applied = StreamWorker(redis_client, settings, name="w1").drain()

@@ -28,7 +28,7 @@ from validation import Click
 TIMEOUT_SEC = 0.5
 OUTAGE_SEC = 5.0
 RECOVERY_LIMIT_SEC = 2.0
-# A click answered 503 can still be recorded when Redis stops after running
+# A click that got a 503 response can still be recorded when Redis stops after running
 # the check script and before sending its reply. One outage gives at most a
 # few such clicks; each is recorded and counted once, never lost.
 MAX_RECORDED_503 = 3
